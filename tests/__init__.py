@@ -1,0 +1,1 @@
+"""Tests of the PlaceOS integration, client and simulator."""
