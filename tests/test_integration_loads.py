@@ -33,8 +33,17 @@ def test_manifest_and_hacs_metadata() -> None:
     assert manifest["integration_type"] == "hub"
     assert manifest["documentation"].startswith("https://")
     hacs = json.loads((ROOT / "hacs.json").read_text())
-    assert set(hacs) <= {"name", "homeassistant", "render_readme", "content_in_root",
-                         "country", "filename", "hide_default_branch", "zip_release",
-                         "persistent_directory", "hacs"}
+    assert set(hacs) <= {
+        "name",
+        "homeassistant",
+        "render_readme",
+        "content_in_root",
+        "country",
+        "filename",
+        "hide_default_branch",
+        "zip_release",
+        "persistent_directory",
+        "hacs",
+    }
     assert hacs["name"] == "PlaceOS"
     assert hacs["homeassistant"].count(".") == 2
