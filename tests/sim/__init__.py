@@ -1,0 +1,1 @@
+"""Tests of the PlaceOS simulator over real loopback sockets."""
