@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from typing import Any
@@ -496,14 +497,22 @@ async def test_server_restart_on_the_same_port(make_client: Factory, sim: PlaceO
 
 
 async def test_backoff_spaces_out_attempts(make_client: Factory, sim: PlaceOSSimulator) -> None:
-    """Attempts against a dead port are spaced by the (capped) backoff, not a busy loop."""
+    """Attempts against a dead port are spaced by the backoff, not a busy loop.
+
+    Only lower bounds on the gaps: a loaded machine can only make them longer. The cap itself
+    is checked on `backoff_delay` directly.
+    """
     await sim.stop()
     harness = make_client(backoff_min=0.02, backoff_max=0.04)
+    loop = asyncio.get_running_loop()
+    attempts: list[float] = []
+    harness.client.add_state_listener(
+        lambda state, _reason: attempts.append(loop.time()) if state is CONNECTING else None
+    )
     harness.start()
-    await asyncio.sleep(0.3)
-    attempts = harness.state_names().count(CONNECTING)
-    # At least 0.02 s apart (<= 15); the cap keeps them at most 0.04 s apart (>= 7).
-    assert 5 <= attempts <= 16
+    await until(lambda: len(attempts) >= 5, timeout=5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert min(gaps) >= 0.02 * 0.95  # timer granularity
 
 
 async def test_401_stops_the_loop(make_client: Factory, sim: PlaceOSSimulator) -> None:

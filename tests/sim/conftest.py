@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,22 +9,6 @@ import pytest
 
 from placeos_sim import PlaceOSSimulator
 from tests.sim.helpers import RawSocket, connect
-
-
-@pytest.fixture(autouse=True)
-async def no_lingering_tasks_or_timers() -> AsyncIterator[None]:
-    """Fail a test that leaves tasks or timers on its loop (the HA plugin's own check looks at
-    another loop for tests without `hass`). Autouse: torn down after the other fixtures."""
-    loop = asyncio.get_running_loop()
-    before = asyncio.all_tasks()
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)  # let just-cancelled tasks finish
-    current = asyncio.current_task()
-    lingering = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
-    assert not lingering, f"lingering tasks: {lingering}"
-    timers = [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
-    assert not timers, f"lingering timers: {timers}"
 
 
 @pytest.fixture
