@@ -36,3 +36,31 @@ CONF_BINDINGS: Final = "bindings"
 SETUP_TIMEOUT: Final = 15.0
 
 SERVICE_EXEC: Final = "exec"
+
+# Config flow
+MIN_EXEC_TIMEOUT: Final = 1.0
+MAX_UNAVAILABLE_GRACE: Final = 600.0
+# How long each check of the config flow (authority, key, WebSocket) may take.
+VALIDATION_TIMEOUT: Final = 10.0
+# Module state requests in flight at once while the bindings step is built.
+MODULE_STATE_CONCURRENCY: Final = 8
+
+# Service fields of placeos.exec, and the key of its response.
+ATTR_SYS: Final = "sys"
+ATTR_MOD: Final = "mod"
+ATTR_INDEX: Final = "index"
+ATTR_NAME: Final = "name"
+ATTR_ARGS: Final = "args"
+ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
+ATTR_TIMEOUT: Final = "timeout"
+ATTR_VALUE: Final = "value"
+# Bounds of the action's `timeout` field (the `exec_timeout` option has its own minimum).
+MIN_EXEC_CALL_TIMEOUT: Final = 0.1
+
+# HA rejects states longer than this (they would become `unknown` with an error logged).
+MAX_STATE_LENGTH: Final = 255
+
+MANUFACTURER: Final = "PlaceOS"
+DEVICE_MODEL: Final = "System"
+# Most systems offered in the config flow's dropdown; a search narrows larger sites.
+MAX_SYSTEM_CHOICES: Final = 1000

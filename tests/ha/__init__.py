@@ -1,0 +1,1 @@
+"""Home Assistant-level tests of the PlaceOS integration, against the simulator."""
