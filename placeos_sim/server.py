@@ -10,6 +10,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
+import functools
 import heapq
 import inspect
 import itertools
@@ -244,7 +245,7 @@ class _Connection:
         self.written = 0
         self.closed = False
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._held: list[list[str]] = []
+        self._held: list[list[Frame]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_ids = itertools.count()
@@ -341,7 +342,7 @@ class _Connection:
 
     # -- replies with fault switches ----------------------------------------------------
 
-    def hold(self, frames: list[str], delay: float, window: float) -> None:
+    def hold(self, frames: list[Frame], delay: float, window: float) -> None:
         """Collect reply groups and send them in reverse order of arrival (``out_of_order``)."""
         self._held.append(frames)
         if self._flush_task is None:
@@ -352,12 +353,12 @@ class _Connection:
         groups, self._held = self._held, []
         self._flush_task = None
         for group in reversed(groups):
-            self.send_many(group)
+            self.send_many(_built(group))
 
-    async def send_later(self, frames: list[str], delay: float) -> None:
+    async def send_later(self, frames: list[Frame], delay: float) -> None:
         """Send frames after a delay (``reply_delay``)."""
         await asyncio.sleep(delay)
-        self.send_many(frames)
+        self.send_many(_built(frames))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -382,6 +383,20 @@ class _Connection:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.outbox.clear()
         self._release_waiters(everything=True)
+
+
+type Frame = str | Callable[[], str | None]
+"""A frame to send, or a function that builds it when it is sent (None: nothing to send)."""
+
+
+def _built(frames: list[Frame]) -> list[str]:
+    """The frames as text, lazily built ones built now and left out if they build nothing."""
+    texts: list[str] = []
+    for frame in frames:
+        text = frame if isinstance(frame, str) else frame()
+        if text is not None:
+            texts.append(text)
+    return texts
 
 
 def _error_frame(ident: int, error_code: int, message: str, code: int = 500) -> str:
@@ -721,12 +736,17 @@ class PlaceOSSimulator:
         encoded = _dumps(value)
         return _dumps(encoded) if self._value_encoding == "string" else encoded
 
-    def _respond(self, conn: _Connection, reply: str, notify: str | None = None) -> None:
-        """Send a request's reply (and the bind's initial notify) through the fault switches."""
+    def _respond(self, conn: _Connection, reply: str, notify: Frame | None = None) -> None:
+        """Send a request's reply (and the bind's initial notify) through the fault switches.
+
+        A bind's initial notify is built when it is sent: a reply held back by `reply_delay` or
+        `out_of_order` then carries the value current at that moment, as a slow server would,
+        instead of one that changes made meanwhile have overtaken.
+        """
         if self._drop_budget > 0 or self.drop_replies:
             self._drop_budget = max(0, self._drop_budget - 1)
             self.replies_dropped += 1
-            frames = [notify] if notify is not None else []
+            frames: list[Frame] = [notify] if notify is not None else []
         elif notify is None:
             frames = [reply]
         elif self.notify_before_success:
@@ -740,7 +760,7 @@ class PlaceOSSimulator:
         elif self.reply_delay > 0:
             conn.spawn(conn.send_later(frames, self.reply_delay))
         else:
-            conn.send_many(frames)
+            conn.send_many(_built(frames))
 
     def _bind(self, conn: _Connection, request: Request) -> None:
         self.bind_requests += 1
@@ -752,18 +772,21 @@ class PlaceOSSimulator:
             return
         key = BindingKey(request.sys, request.mod, request.index, request.name)
         meta = self._meta(key)
-        notify = None
+        notify: Frame | None = None
         if key not in conn.bindings:  # a rebind keeps the first id and sends no new notify
             conn.bindings[key] = request.id
             self._subs.setdefault(key, {})[conn] = request.id
-            module = self.scenario.module(key.sys, key.mod, key.index)
-            value = module.status.get(key.name) if module is not None else None
-            if value is not None:
-                notify = (
-                    f'{{"id":{request.id},"type":"notify","value":{self._encode(value)},'
-                    f'"meta":{meta}}}'
-                )
+            notify = functools.partial(self._initial_notify, key, request.id, meta)
+
         self._respond(conn, f'{{"id":{request.id},"type":"success","meta":{meta}}}', notify)
+
+    def _initial_notify(self, key: BindingKey, ident: int, meta: str) -> str | None:
+        """The notify carrying a binding's current value, or None while it has none."""
+        module = self.scenario.module(key.sys, key.mod, key.index)
+        value = module.status.get(key.name) if module is not None else None
+        if value is None:
+            return None
+        return f'{{"id":{ident},"type":"notify","value":{self._encode(value)},"meta":{meta}}}'
 
     def _unbind(self, conn: _Connection, request: Request) -> None:
         self.unbind_requests += 1

@@ -515,6 +515,23 @@ async def test_reply_delay(sim: PlaceOSSimulator, sock: RawSocket) -> None:
     assert loop.time() - started >= 0.09
 
 
+async def test_delayed_bind_reply_carries_the_value_current_when_sent(
+    sim: PlaceOSSimulator, sock: RawSocket
+) -> None:
+    """A held-back bind reply's initial notify is built when sent, never older than a change.
+
+    Otherwise the change's notify would arrive first and the stale initial value after it.
+    """
+    sim.reply_delay = 0.1
+    await sock.request("bind", 1, "volume")
+    await sim.wait_for(lambda: sim.bind_requests == 1, 1.0)
+    await sim.set_status(SYS, "Display", 1, "volume", 77)
+    frames = await sock.recv_many(3)
+    notifies = [frame["value"] for frame in frames if frame["type"] == "notify"]
+    assert notifies[-1] == 77
+    assert 30 not in notifies  # the demo's value before the change
+
+
 async def test_drop_replies(sim: PlaceOSSimulator, sock: RawSocket) -> None:
     """drop_next_replies(n) and drop_replies swallow success/error, not the initial notify."""
     sim.drop_next_replies(1)
