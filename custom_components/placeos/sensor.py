@@ -59,8 +59,26 @@ def compact_json(value: Any, limit: int) -> str:
     return "".join(chunks)[:limit]
 
 
+# Integers in this open range have at most MAX_STATE_LENGTH characters ("-" included).
+_STATE_INT_MIN = -(10 ** (MAX_STATE_LENGTH - 1))
+_STATE_INT_MAX = 10**MAX_STATE_LENGTH
+
+
 def state_from_value(value: Any) -> StateType:
     """Map a PlaceOS value to a sensor state (see the module docstring)."""
+    # Fast paths for the exact types of the common values (this runs on every notify).
+    value_type = type(value)
+    if value_type is int:
+        integer: int = value
+        if _STATE_INT_MIN < integer < _STATE_INT_MAX:
+            return integer
+        return str(integer)[:MAX_STATE_LENGTH]
+    if value_type is str:
+        text: str = value
+        return text if len(text) <= MAX_STATE_LENGTH else text[:MAX_STATE_LENGTH]
+    if value_type is float:
+        real: float = value
+        return real  # a float's text has at most 24 characters
     if value is None:
         return None
     if isinstance(value, bool):  # before int: bool is an int subclass

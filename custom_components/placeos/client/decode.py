@@ -8,9 +8,31 @@ which serves both. `raw` leaves every value untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 import json
 from typing import Any, Final, NoReturn
+
+fast_loads: Callable[[str], Any]
+"""`orjson.loads` where available (Home Assistant always ships it), else `json.loads`.
+
+orjson is about four times faster than the standard library. Its result equals
+`json.loads`'s for every text both accept, with one exception: an integer beyond 64 bits
+becomes a float. Everything else the two treat differently (NaN, Infinity, numbers beyond the
+float range, lone surrogates, nesting deeper than 1024) orjson rejects, so a caller that falls
+back to `json.loads` on an error, and on a float that may have been such an integer (see
+`FAST_FLOAT_EXACT`), gets exactly the standard library's result.
+"""
+try:
+    import orjson
+
+    fast_loads = orjson.loads
+except ImportError:  # pragma: no cover - outside Home Assistant, without orjson
+    fast_loads = json.loads
+
+# orjson keeps integers in [-2**63, 2**64) exact and turns any other into a float of at least
+# this magnitude: a float strictly inside the bounds cannot be such an integer.
+FAST_FLOAT_EXACT: Final = 2.0**63
 
 
 class ValueDecoding(StrEnum):

@@ -3,11 +3,14 @@
 One `PlaceOSWebSocket` keeps one socket to `/api/engine/v2/systems/control` open for as long as
 `run()` runs. It re-binds every registered status after each reconnect (the server does not
 replay values changed while the socket was down) and routes each `notify` by its `meta` to the
-one callback registered for that binding.
+one callback registered for that binding. A bind that gets no reply in time is refreshed on the
+open socket (unbind, bind) until one does, so a lost or late reply never leaves a wrong value
+for the life of the socket.
 
 Transport choices:
-- `heartbeat=None`: PlaceOS's own keep-alive is the text `ping`; any received frame proves the
-  socket alive, and `dead_after` seconds without any frame declare it dead.
+- `heartbeat=None`: PlaceOS's own keep-alive is the text `ping`; anything received proves the
+  socket alive (bytes, not just complete frames: see `_watch_bytes`), and `dead_after` seconds
+  without anything declare it dead.
 - `max_msg_size=0` (no limit): aiohttp closes the socket on a frame above its limit. A status
   value larger than the limit (a long bookings list) would then be sent again by the initial
   notify after every re-bind, a reconnect loop that never ends. The server itself sets no limit.
@@ -27,7 +30,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from .decode import ValueDecoding, decode_auto, parse_decoding
+from .decode import FAST_FLOAT_EXACT, ValueDecoding, decode_auto, fast_loads, parse_decoding
 from .errors import (
     PlaceOSAuthError,
     PlaceOSCommandError,
@@ -57,6 +60,9 @@ _LIVE_STATES: Final = frozenset({ConnectionState.SYNCING, ConnectionState.CONNEC
 _SEND_ERRORS: Final = (ConnectionError, aiohttp.ClientError)
 
 _json_loads: Final = json.loads
+_fast_loads: Final = fast_loads
+# Notify values `fast_loads` decodes exactly as `json.loads` does (floats: see _on_text).
+_FAST_EXACT_TYPES: Final = frozenset({str, int, bool, type(None)})
 _json_dumps: Final = json.dumps
 
 
@@ -79,13 +85,32 @@ def backoff_delay(
 class _Binding:
     """A registered binding: its callback and what was already logged about it."""
 
-    __slots__ = ("bind_error_logged", "callback", "callback_error_logged", "key")
+    __slots__ = (
+        "bind_error_logged",
+        "callback",
+        "callback_error_logged",
+        "key",
+        "superseded_below",
+    )
 
     def __init__(self, key: BindingKey, callback: NotifyCallback) -> None:
         self.key = key
         self.callback = callback
         self.callback_error_logged = False
         self.bind_error_logged = False
+        # Notifies carrying a smaller id come from a binding the server has confirmed to be
+        # gone (see `_refresh`): late leftovers, dropped.
+        self.superseded_below = 0
+
+
+def _nothing() -> None:
+    """Nothing to undo."""
+
+
+def _older_than(frame: dict[str, Any], request_id: int) -> bool:
+    """True if a notify names a bind sent before `request_id` (its `id` is that bind's)."""
+    frame_id = frame.get("id")
+    return type(frame_id) is int and frame_id < request_id
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -155,9 +180,12 @@ class PlaceOSWebSocket:
         self._connect_task: asyncio.Task[aiohttp.ClientWebSocketResponse] | None = None
         self._reader_task: asyncio.Task[PlaceOSError] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._last_rx = 0.0
         self._loss_reason: PlaceOSError | None = None
+        # Bindings to bind again on the open socket: their bind got no reply in time.
+        self._refresh_keys: set[BindingKey] = set()
+        self._refresh_task: asyncio.Task[None] | None = None
         self._last_error: PlaceOSError | None = None
 
         self._connects = 0
@@ -169,6 +197,8 @@ class PlaceOSWebSocket:
         self._requests_timed_out = 0
         self._callback_errors = 0
         self._pongs = 0
+        self._bind_refreshes = 0
+        self._notifies_superseded = 0
 
     def __repr__(self) -> str:
         return f"<PlaceOSWebSocket {self._ws_url} {self._state.value}>"
@@ -221,7 +251,7 @@ class PlaceOSWebSocket:
             new_keys.append(key)
         ws = self._ws
         if new_keys and ws is not None and self._state in _LIVE_STATES:
-            self._spawn(self._request_many(ws, "bind", new_keys), "placeos-bind")
+            self._spawn(self._bind(ws, new_keys), "placeos-bind")
 
     def remove_bindings(self, keys: Iterable[BindingKey]) -> None:
         """Unregister bindings (no more callbacks); unbind them now if the socket is open."""
@@ -435,6 +465,9 @@ class PlaceOSWebSocket:
             "pongs": self._pongs,
             "bindings": len(self._bindings),
             "pending_requests": len(self._pending),
+            "bind_refreshes": self._bind_refreshes,
+            "notifies_superseded": self._notifies_superseded,
+            "bindings_to_refresh": len(self._refresh_keys),
             "last_error": (
                 f"{type(last_error).__name__}: {last_error}" if last_error is not None else None
             ),
@@ -502,6 +535,10 @@ class PlaceOSWebSocket:
         self._connects += 1
         self._last_rx = loop.time()
         self._loss_reason = None
+        # Refreshes belong to one socket; a new socket binds everything anyway.
+        self._refresh_keys.clear()
+        self._refresh_task = None
+        stop_watching = self._watch_bytes(ws)
         reader = loop.create_task(self._read_loop(ws), name="placeos-reader")
         self._reader_task = reader
         self._keepalive_task = loop.create_task(self._keepalive(ws, reader), name="placeos-ping")
@@ -516,6 +553,7 @@ class PlaceOSWebSocket:
                 self._ws = None
             tasks = self._cancel_connection_tasks()
             self._fail_pending(PlaceOSConnectionError("the connection to PlaceOS was lost"))
+            stop_watching()
             await self._close_ws(ws)
             if tasks:
                 await asyncio.wait(tasks, timeout=self._close_timeout)
@@ -528,6 +566,36 @@ class PlaceOSWebSocket:
         else:
             reason = reader.result()
         return reason, synced
+
+    def _watch_bytes(self, ws: aiohttp.ClientWebSocketResponse) -> Callable[[], None]:
+        """Count every chunk read from the socket as a sign of life; returns the undo.
+
+        `dead_after` would otherwise run from the last *complete* frame: a frame that takes
+        longer than that to arrive (a big value on a slow link, or a busy event loop) would
+        get the socket declared dead mid-frame, and the re-bind would send the same frame
+        again, forever. aiohttp has no public hook for this, so its protocol's
+        `data_received` is wrapped; where its internals differ, frames alone count as before.
+        """
+        protocol = getattr(getattr(ws, "_conn", None), "protocol", None)
+        received = getattr(protocol, "data_received", None)
+        if protocol is None or received is None:
+            return _nothing
+        clock = asyncio.get_running_loop().time
+
+        def data_received(data: bytes) -> None:
+            self._last_rx = clock()
+            received(data)
+
+        try:
+            protocol.data_received = data_received
+        except AttributeError:
+            return _nothing
+
+        def stop() -> None:
+            with contextlib.suppress(AttributeError):
+                del protocol.data_received  # the class's own method again
+
+        return stop
 
     def _cancel_connection_tasks(self) -> list[asyncio.Task[Any]]:
         """Cancel the reader, the keep-alive and the bind tasks; return them to await."""
@@ -591,16 +659,107 @@ class PlaceOSWebSocket:
 
     async def _sync(self, ws: aiohttp.ClientWebSocketResponse, keys: list[BindingKey]) -> None:
         """Bind everything after a (re)connect, then report CONNECTED."""
-        await self._request_many(ws, "bind", keys)
+        await self._bind(ws, keys)
         if self._ws is ws and not self._closing:
             self._set_state(ConnectionState.CONNECTED, None)
 
-    async def _request_many(
-        self, ws: aiohttp.ClientWebSocketResponse, cmd: str, keys: list[BindingKey]
+    async def _bind(self, ws: aiohttp.ClientWebSocketResponse, keys: list[BindingKey]) -> None:
+        """Bind `keys`; those without a reply in time are refreshed later on this socket."""
+        if unanswered := await self._request_many(ws, "bind", keys):
+            self._request_refresh(ws, unanswered)
+
+    def _request_refresh(
+        self, ws: aiohttp.ClientWebSocketResponse, keys: Iterable[BindingKey]
     ) -> None:
-        """Send a bind or unbind for every key at once, then await all replies together."""
-        if not keys:
+        """Have `keys` refreshed on this socket (see `_refresh_loop`)."""
+        if self._ws is not ws or self._closing:
             return
+        self._refresh_keys.update(keys)
+        if self._refresh_task is None:
+            self._refresh_task = self._spawn(self._refresh_loop(ws), "placeos-refresh")
+
+    async def _refresh_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Bind again, on the open socket, what got no reply in time, until it gets one.
+
+        A bind without a reply in time may never have been processed, or its initial notify
+        may come late, after changes it is older than. Either would leave a wrong value for as
+        long as the socket lives. Attempts back off like reconnects (starting at one
+        request_timeout), and wait longer for replies each time (up to 8 request_timeouts),
+        so a server that is merely slow is eventually answered in time.
+        """
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                await asyncio.sleep(
+                    backoff_delay(
+                        attempt,
+                        self._request_timeout,
+                        max(self._request_timeout, self._backoff_max),
+                    )
+                )
+                keys = [key for key in self._refresh_keys if key in self._bindings]
+                self._refresh_keys.clear()
+                if not keys:
+                    return
+                reply_timeout = self._request_timeout * 2 ** min(attempt - 1, 3)
+                again = await self._refresh(ws, keys, reply_timeout)
+                self._refresh_keys.update(again)
+                if not again:
+                    attempt = 0
+        finally:
+            if self._refresh_task is asyncio.current_task():
+                self._refresh_task = None
+
+    async def _refresh(
+        self, ws: aiohttp.ClientWebSocketResponse, keys: list[BindingKey], reply_timeout: float
+    ) -> list[BindingKey]:
+        """Unbind, then bind `keys` again; return those to try once more.
+
+        The unbind comes first because the server sends no second initial notify for a status
+        already bound. Once it confirmed the unbind, anything still arriving from the old
+        binding is a leftover: those notifies are dropped (by request id), and the value is
+        unknown (None) until the new bind's initial notify (a status without a value sends
+        none). An unconfirmed unbind may still have happened, so the bind is sent all the
+        same, but the key is tried again.
+        """
+        self._bind_refreshes += len(keys)
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug(
+                "Refreshing %d PlaceOS bindings whose bind got no reply in time: %s",
+                len(keys),
+                ", ".join(key.label for key in keys[:10]),
+            )
+        unconfirmed = set(await self._request_many(ws, "unbind", keys, reply_timeout))
+        confirmed = [key for key in keys if key not in unconfirmed and key in self._bindings]
+        if confirmed:
+            # Every bind sent from here on has a larger id than this marker.
+            marker = self._next_id()
+            for key in confirmed:
+                binding = self._bindings[key]
+                binding.superseded_below = marker
+                try:
+                    binding.callback(binding.key, None)
+                except Exception as err:
+                    self._callback_error(binding, err)
+        registered = [key for key in keys if key in self._bindings]
+        unanswered = await self._request_many(ws, "bind", registered, reply_timeout)
+        return [*unconfirmed.intersection(registered), *unanswered]
+
+    async def _request_many(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        cmd: str,
+        keys: list[BindingKey],
+        reply_timeout: float | None = None,
+    ) -> list[BindingKey]:
+        """Send a bind or unbind for every key at once, then await all replies together.
+
+        Returns the keys still registered whose request got no reply within `reply_timeout`
+        (default: request_timeout).
+        """
+        if not keys:
+            return []
         loop = asyncio.get_running_loop()
         requests: dict[asyncio.Future[dict[str, Any]], BindingKey] = {}
         request_ids: list[int] = []
@@ -625,8 +784,9 @@ class PlaceOSWebSocket:
                         )
                     )
             except _SEND_ERRORS:
-                return  # the socket is going down; the next connection binds again
-            _done, not_done = await asyncio.wait(requests, timeout=self._request_timeout)
+                return []  # the socket is going down; the next connection binds again
+            wait_for = self._request_timeout if reply_timeout is None else reply_timeout
+            _done, not_done = await asyncio.wait(requests, timeout=wait_for)
         finally:
             for request_id in request_ids:
                 self._pending.pop(request_id, None)
@@ -638,11 +798,16 @@ class PlaceOSWebSocket:
                 _LOGGER.debug(
                     "No reply to %s within %g s for %s",
                     cmd,
-                    self._request_timeout,
+                    wait_for,
                     ", ".join(key.label for future, key in requests.items() if future in not_done),
                 )
+        unanswered: list[BindingKey] = []
         for future, key in requests.items():
-            if future in not_done or (error := future.exception()) is None:
+            if future in not_done:
+                if key in self._bindings:
+                    unanswered.append(key)
+                continue
+            if (error := future.exception()) is None:
                 continue
             binding = self._bindings.get(key)
             if cmd == "bind" and binding is not None and not binding.bind_error_logged:
@@ -650,11 +815,13 @@ class PlaceOSWebSocket:
                 _LOGGER.warning("PlaceOS refused to bind %s on %s: %s", key.label, key.sys, error)
             elif _LOGGER.isEnabledFor(logging.DEBUG):
                 _LOGGER.debug("%s of %s on %s failed: %s", cmd, key.label, key.sys, error)
+        return unanswered
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._conn_tasks.add(task)
         task.add_done_callback(self._conn_tasks.discard)
+        return task
 
     def _fail_pending(self, error: PlaceOSError) -> None:
         pending, self._pending = self._pending, {}
@@ -701,7 +868,43 @@ class PlaceOSWebSocket:
                 )
 
     def _on_text(self, data: str) -> None:
-        """Handle one text frame: the hot path of every notify."""
+        """Handle one text frame: the hot path of every notify.
+
+        A notify whose scalar value `fast_loads` (orjson) decodes exactly as `json.loads`
+        would is routed at once. Anything else (replies, structured values, floats that may
+        have been integers beyond 64 bits, texts orjson rejects) is decoded by `json.loads`,
+        so every frame gets the standard library's result.
+        """
+        try:
+            frame = _fast_loads(data)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if type(frame) is dict and frame.get("type") == "notify":
+                value: Any = frame.get("value")
+                value_type = type(value)
+                meta = frame.get("meta")
+                # The fields read from a notify (value, meta.index, id) must not be floats
+                # that could have been integers beyond 64 bits.
+                if (
+                    (
+                        value_type in _FAST_EXACT_TYPES
+                        or (value_type is float and -FAST_FLOAT_EXACT < value < FAST_FLOAT_EXACT)
+                    )
+                    and type(meta) is dict
+                    and type(index := meta.get("index")) is int
+                    and type(frame.get("id")) is not float
+                ):
+                    try:
+                        binding = self._bindings.get(
+                            (meta.get("sys", ""), meta.get("mod", ""), index, meta.get("name", ""))
+                        )
+                    except TypeError:  # an unhashable field: malformed, see below
+                        binding = None
+                    if binding is not None:
+                        self._deliver(binding, value, frame)
+                        return
+                # Unrouted or malformed notifies are counted by the exact path below.
         try:
             frame = _json_loads(data)
         except (ValueError, RecursionError):
@@ -715,26 +918,7 @@ class PlaceOSWebSocket:
             return
         kind = frame.get("type")
         if kind == "notify":
-            try:
-                meta = frame["meta"]
-                binding = self._bindings.get(
-                    (meta["sys"], meta["mod"], meta["index"], meta["name"])
-                )
-            except (KeyError, TypeError):
-                self._ignore("malformed notify", data)
-                return
-            if binding is None:
-                # Unbound meanwhile, or a binding of another client on a shared server.
-                self._notifies_unrouted += 1
-                return
-            self._notifies += 1
-            value = frame.get("value")  # the server omits null fields
-            if self._auto and type(value) is str:
-                value = decode_auto(value)
-            try:
-                binding.callback(binding.key, value)
-            except Exception as err:
-                self._callback_error(binding, err)
+            self._on_notify(frame, data)
         elif kind in ("success", "error"):
             request_id = frame.get("id")
             future = self._pending.pop(request_id, None) if type(request_id) is int else None
@@ -749,6 +933,33 @@ class PlaceOSWebSocket:
                     future.set_exception(PlaceOSCommandError.from_frame(frame))
         else:
             self._ignore(f"{kind!r}-type", data)
+
+    def _on_notify(self, frame: dict[str, Any], data: str) -> None:
+        """Route a decoded notify by its `meta` to its binding's callback."""
+        try:
+            meta = frame["meta"]
+            binding = self._bindings.get((meta["sys"], meta["mod"], meta["index"], meta["name"]))
+        except (KeyError, TypeError):
+            self._ignore("malformed notify", data)
+            return
+        if binding is None:
+            # Unbound meanwhile, or a binding of another client on a shared server.
+            self._notifies_unrouted += 1
+            return
+        self._deliver(binding, frame.get("value"), frame)  # the server omits null fields
+
+    def _deliver(self, binding: _Binding, value: Any, frame: dict[str, Any]) -> None:
+        """Pass a notify's (decoded) value to its binding's callback."""
+        if binding.superseded_below and _older_than(frame, binding.superseded_below):
+            self._notifies_superseded += 1
+            return
+        self._notifies += 1
+        if self._auto and type(value) is str:
+            value = decode_auto(value)
+        try:
+            binding.callback(binding.key, value)
+        except Exception as err:
+            self._callback_error(binding, err)
 
     def _callback_error(self, binding: _Binding, err: Exception) -> None:
         self._callback_errors += 1
