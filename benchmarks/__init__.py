@@ -1,0 +1,1 @@
+"""Performance benchmarks of the PlaceOS integration (run with `scripts/bench`)."""
