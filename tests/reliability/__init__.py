@@ -1,0 +1,1 @@
+"""Reliability: the fault campaign against the simulator and a real Home Assistant."""
