@@ -282,6 +282,8 @@ class PlaceOSHub:
             name=system.name,
             manufacturer=MANUFACTURER,
             model=DEVICE_MODEL,
+            # The PlaceOS system id, shown on the device page (identifiers are not).
+            serial_number=system.sys,
             configuration_url=self.configuration_url(system.sys),
         )
 
@@ -299,11 +301,7 @@ class PlaceOSHub:
             device_registry.async_get_or_create(
                 config_entry_id=entry_id,
                 config_subentry_id=system.subentry_id,
-                identifiers={self.device_identifier(system.sys)},
-                name=system.name,
-                manufacturer=MANUFACTURER,
-                model=DEVICE_MODEL,
-                configuration_url=self.configuration_url(system.sys),
+                **self.device_info(system),
             ).id
             for system in self.systems.values()
         }
@@ -395,6 +393,14 @@ class PlaceOSHub:
     @callback
     def _async_on_state(self, state: ConnectionState, error: BaseException | None) -> None:
         self._async_flush_notifies()  # what arrived before the change is applied before it
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug(
+                "PlaceOS at %s: %s (%d bindings)%s",
+                self.host,
+                state.value,
+                len(self._bound),
+                f": {_describe(error)}" if error is not None else "",
+            )
         if state is ConnectionState.SYNCING:
             self.values.clear()
         elif state is ConnectionState.CONNECTED:

@@ -93,6 +93,7 @@ async def test_setup_creates_device_and_entities(
     assert device.name == "Boardroom"
     assert device.manufacturer == "PlaceOS"
     assert device.model == "System"
+    assert device.serial_number == ROOM
     assert device.configuration_url == f"{sim.url}/backoffice/#/systems/{ROOM}"
     assert device.via_device_id is None
     room_subentry_id = next(
