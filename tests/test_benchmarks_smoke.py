@@ -255,6 +255,26 @@ def test_frames_orjson_reads_differently_take_the_exact_path(text: str) -> None:
     assert repr(_delivered(text, "raw")) == repr(_expected(text, "raw"))
 
 
+def test_structured_values_skip_the_second_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list or object is taken from orjson unless the frame may hold a > 64-bit integer."""
+    from custom_components.placeos.client import websocket
+
+    exact_decodings: list[str] = []
+
+    def counting_loads(text: str) -> Any:
+        exact_decodings.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(websocket, "_json_loads", counting_loads)
+    meta = json.dumps(KEY._asdict())
+    plain = f'{{"id":1,"type":"notify","value":[1,{{"a":"b"}}],"meta":{meta}}}'
+    assert _delivered(plain, "raw") == [[1, {"a": "b"}]]
+    assert exact_decodings == []
+    nested_big = f'{{"id":1,"type":"notify","value":[-9223372036854775809],"meta":{meta}}}'
+    assert repr(_delivered(nested_big, "raw")) == "[[-9223372036854775809]]"
+    assert exact_decodings == [nested_big]
+
+
 def test_malformed_and_unrouted_notifies_are_still_counted() -> None:
     """The fast path leaves frames it does not route to the exact path and its counters."""
     client = PlaceOSWebSocket(NO_SESSION, "http://127.0.0.1:1", "key")

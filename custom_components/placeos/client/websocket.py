@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import random
+import re
 from typing import Any, Final
 
 import aiohttp
@@ -63,6 +64,11 @@ _json_loads: Final = json.loads
 _fast_loads: Final = fast_loads
 # Notify values `fast_loads` decodes exactly as `json.loads` does (floats: see _on_text).
 _FAST_EXACT_TYPES: Final = frozenset({str, int, bool, type(None)})
+_FAST_STRUCTURED_TYPES: Final = frozenset({list, dict})
+# orjson turns an integer beyond 64 bits into a float, also inside lists and objects. Such an
+# integer has at least 19 digits: a frame without a run of 19 digits holds none, so orjson's
+# reading of its list or object is exact. (A long number in a string only costs the slow path.)
+_MAYBE_BIG_INTEGER: Final = re.compile(r"\d{19}").search
 _json_dumps: Final = json.dumps
 
 
@@ -870,10 +876,10 @@ class PlaceOSWebSocket:
     def _on_text(self, data: str) -> None:
         """Handle one text frame: the hot path of every notify.
 
-        A notify whose scalar value `fast_loads` (orjson) decodes exactly as `json.loads`
-        would is routed at once. Anything else (replies, structured values, floats that may
-        have been integers beyond 64 bits, texts orjson rejects) is decoded by `json.loads`,
-        so every frame gets the standard library's result.
+        A notify whose value `fast_loads` (orjson) decodes exactly as `json.loads` would is
+        routed at once. Anything else (replies, floats that may have been integers beyond 64
+        bits, lists and objects in a frame with a 19-digit run, texts orjson rejects) is decoded
+        by `json.loads`, so every frame gets the standard library's result.
         """
         try:
             frame = _fast_loads(data)
@@ -890,6 +896,10 @@ class PlaceOSWebSocket:
                     (
                         value_type in _FAST_EXACT_TYPES
                         or (value_type is float and -FAST_FLOAT_EXACT < value < FAST_FLOAT_EXACT)
+                        or (
+                            value_type in _FAST_STRUCTURED_TYPES
+                            and _MAYBE_BIG_INTEGER(data) is None
+                        )
                     )
                     and type(meta) is dict
                     and type(index := meta.get("index")) is int
